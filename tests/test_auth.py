@@ -459,3 +459,27 @@ def test_audit_retention_forgets_events_older_than_the_cutoff_in_every_project_a
     dropped, left = seed(url, run)
     assert dropped == 14
     assert left == sorted([("default", new)] * 7 + [("beta", new)] * 7)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_reading_the_audit_log_waits_for_a_batch_another_flush_is_still_writing(backend, tmp_path, request):
+    import asyncio
+    import time
+
+    from modelyard.store.audit import AuditLog
+
+    url = request.getfixturevalue("pg_database")() if backend == "postgres" else f"sqlite:///{tmp_path}/audit.db"
+
+    async def run(stores):
+        log = AuditLog(stores.db)
+        log.record("default", "monitor", "alert resolved", 200, "alert_rule", "r1")
+        # A slow write ahead of it keeps the batch's insert queued while the read comes in.
+        busy = asyncio.create_task(stores.db.write(lambda conn: time.sleep(0.5)))
+        await asyncio.sleep(0.05)
+        in_flight = asyncio.create_task(log.flush())
+        await asyncio.sleep(0.05)
+        events = await log.list("default", 10, None, None, None)
+        await asyncio.gather(busy, in_flight)
+        return [(e["action"], e["object_id"]) for e in events]
+
+    assert seed(url, run) == [("alert resolved", "r1")]

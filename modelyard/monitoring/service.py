@@ -267,12 +267,13 @@ class Monitoring:
                     error = str(exc)
                 except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried
                     error = f"{type(exc).__name__}: {exc}"
-                done = await stores.notifications.finish_delivery(item["delivery_id"], error is None, error, now_ms())
-                status = done.get("status", "retrying")
+                # Audited before the delivery is marked finished, so whoever sees it finished finds the event.
                 self.services.audit.record(
                     item["project"], AUDIT_ACTOR, f"notification {item['kind']}",
                     200 if error is None else 502, "notification_channel", item["channel"] or item["target"]["type"],
-                    details=error or status)
+                    details=error or "sent")
+                done = await stores.notifications.finish_delivery(item["delivery_id"], error is None, error, now_ms())
+                status = done.get("status", "retrying")
                 if status in ("sent", "failed"):
                     await stores.alerts.record_event(item["project"], f"notification_{status}", item["rule_id"], {
                         "delivery_id": item["delivery_id"], "channel": item["channel"], "kind": item["kind"],
@@ -290,13 +291,13 @@ class Monitoring:
             except Exception as exc:  # noqa: BLE001 - recorded on the action
                 log.exception("alert action failed")
                 status, result = "failed", {"error": f"{type(exc).__name__}: {exc}"}
-            await stores.notifications.finish_action(item["action_id"], status, result)
-            await stores.alerts.record_event(item["project"], f"action_{status}", item["rule_id"],
-                                             {"action_id": item["action_id"], "type": item["type"], **result})
-            if item["type"] != "rollback" or status != "done":
+            if item["type"] != "rollback" or status != "done":  # a rollback done audited itself
                 self.services.audit.record(item["project"], AUDIT_ACTOR, f"alert action {item['type']}",
                                            200 if status == "done" else 409, "alert_action", item["action_id"],
                                            details=str(result.get("error") or ""))
+            await stores.notifications.finish_action(item["action_id"], status, result)
+            await stores.alerts.record_event(item["project"], f"action_{status}", item["rule_id"],
+                                             {"action_id": item["action_id"], "type": item["type"], **result})
         return len(items)
 
     async def warm_buckets(self, now: int, per_deployment: int = 4) -> None:

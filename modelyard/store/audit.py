@@ -28,6 +28,9 @@ class AuditLog:
         self.db = db
         self._pending: list[dict] = []
         self._task: asyncio.Task | None = None
+        # One flush at a time: a read flushes first, and must not read past a batch that an earlier
+        # flush has taken from the buffer but not yet committed.
+        self._flushing = asyncio.Lock()
         self.dropped = 0
 
     def record(self, project: str, actor: str, action: str, status: int, object_type: str | None = None,
@@ -48,9 +51,10 @@ class AuditLog:
         await self.flush()
 
     async def flush(self) -> None:
-        events, self._pending = self._pending, []
-        if events:
-            await self.db.write(lambda conn: conn.execute(A.insert(), events))
+        async with self._flushing:
+            events, self._pending = self._pending, []
+            if events:
+                await self.db.write(lambda conn: conn.execute(A.insert(), events))
 
     async def list(self, project: str, limit: int, before_ms: int | None, actor: str | None,
                    action: str | None) -> list[dict]:
