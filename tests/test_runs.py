@@ -98,6 +98,30 @@ def test_log_inputs_records_datasets_with_their_context(tracking, client, exp_id
     assert [r.info.run_id for r in found] == [run.info.run_id]
 
 
+def test_a_run_shows_its_datasets_and_model_inputs_and_outputs_when_read_and_when_searched(tracking, client, exp_id):
+    import pandas as pd
+    from mlflow.entities import LoggedModelInput, LoggedModelOutput
+
+    ds = tracking.data.from_pandas(pd.DataFrame({"a": [1, 2]}), name="eval-set")
+    made = client.create_logged_model(exp_id, name="made")
+    used = client.create_logged_model(exp_id, name="used")
+    with tracking.start_run(experiment_id=exp_id) as run:
+        tracking.log_input(ds, context="eval")
+    rid = run.info.run_id
+    client.log_inputs(rid, models=[LoggedModelInput(used.model_id)])
+    client.log_outputs(rid, [LoggedModelOutput(made.model_id, step=3)])
+    client.log_param(rid, "p", "1")
+    bare = client.create_run(exp_id).info.run_id
+    for got in (client.get_run(rid), *[r for r in client.search_runs([exp_id]) if r.info.run_id == rid]):
+        [inp] = got.inputs.dataset_inputs
+        assert inp.dataset.name == "eval-set" and {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "eval"}
+        assert [m.model_id for m in got.inputs.model_inputs] == [used.model_id]
+        assert [(m.model_id, m.step) for m in got.outputs.model_outputs] == [(made.model_id, 3)]
+        assert got.data.params == {"p": "1"}
+    other = client.get_run(bare)
+    assert other.inputs.dataset_inputs == [] and other.inputs.model_inputs == [] and other.data.params == {}
+
+
 def test_get_run_of_an_unknown_id_is_resource_does_not_exist(client):
     with pytest.raises(MlflowException) as err:
         client.get_run("0" * 32)

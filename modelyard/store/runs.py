@@ -431,7 +431,8 @@ def _among(conn, column, ids: list[str]):
 
 
 def load_runs(conn, rows) -> list[dict]:
-    """Full runs (info, data, inputs, outputs) for rows of ``runs``, in a handful of queries."""
+    """Full runs (info, data, inputs, outputs) for rows of ``runs``, in a handful of queries
+    (on PostgreSQL, one in the common case)."""
     ids = [r.run_uuid for r in rows]
     by_id = {}
     for r in rows:
@@ -440,22 +441,9 @@ def load_runs(conn, rows) -> list[dict]:
             "data": {"metrics": [], "params": [], "tags": []},
             "inputs": {},
         }
+    load = _load_at_once if conn.dialect.name == "postgresql" else _load_each
     for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        for run_uuid, key, value, is_nan, ts, step in conn.execute(
-                sa.select(latest_metrics.c.run_uuid, latest_metrics.c.key, latest_metrics.c.value,
-                          latest_metrics.c.is_nan, latest_metrics.c.timestamp, latest_metrics.c.step)
-                .where(_among(conn, latest_metrics.c.run_uuid, chunk))):
-            by_id[run_uuid]["data"]["metrics"].append(
-                {"key": key, "value": wire_metric_value(value, is_nan), "timestamp": ts, "step": step})
-        for run_uuid, key, value in conn.execute(
-                sa.select(params.c.run_uuid, params.c.key, params.c.value)
-                .where(_among(conn, params.c.run_uuid, chunk))):
-            by_id[run_uuid]["data"]["params"].append({"key": key, "value": value})
-        for run_uuid, key, value in conn.execute(
-                sa.select(tags.c.run_uuid, tags.c.key, tags.c.value).where(_among(conn, tags.c.run_uuid, chunk))):
-            by_id[run_uuid]["data"]["tags"].append({"key": key, "value": value})
-        _load_inputs(conn, chunk, by_id)
+        load(conn, ids[start:start + _CHUNK], by_id)
     out = []
     for rid in ids:
         run = by_id[rid]
@@ -467,7 +455,75 @@ def load_runs(conn, rows) -> list[dict]:
     return out
 
 
+def _load_each(conn, chunk: list[str], by_id: dict) -> None:
+    for run_uuid, key, value, is_nan, ts, step in conn.execute(
+            sa.select(latest_metrics.c.run_uuid, latest_metrics.c.key, latest_metrics.c.value,
+                      latest_metrics.c.is_nan, latest_metrics.c.timestamp, latest_metrics.c.step)
+            .where(_among(conn, latest_metrics.c.run_uuid, chunk))):
+        by_id[run_uuid]["data"]["metrics"].append(
+            {"key": key, "value": wire_metric_value(value, is_nan), "timestamp": ts, "step": step})
+    for run_uuid, key, value in conn.execute(
+            sa.select(params.c.run_uuid, params.c.key, params.c.value)
+            .where(_among(conn, params.c.run_uuid, chunk))):
+        by_id[run_uuid]["data"]["params"].append({"key": key, "value": value})
+    for run_uuid, key, value in conn.execute(
+            sa.select(tags.c.run_uuid, tags.c.key, tags.c.value).where(_among(conn, tags.c.run_uuid, chunk))):
+        by_id[run_uuid]["data"]["tags"].append({"key": key, "value": value})
+    _load_inputs(conn, chunk, by_id)
+
+
+# A page's metrics, params, tags and model inputs and outputs in one round trip: over a local
+# socket, six statements for 100 runs spent more time in binding the ids six times and waiting
+# for six answers than PostgreSQL spent reading. Dataset inputs are rare; their rows only say
+# that a second query must fetch them.
+_PG_LOAD = """
+SELECT 0 AS kind, run_uuid, key, NULL::text AS text, value, is_nan, timestamp, step
+    FROM latest_metrics WHERE run_uuid = ANY(%(ids)s)
+UNION ALL SELECT 1, run_uuid, key, value, NULL, NULL, NULL, NULL FROM params WHERE run_uuid = ANY(%(ids)s)
+UNION ALL SELECT 2, run_uuid, key, value, NULL, NULL, NULL, NULL FROM tags WHERE run_uuid = ANY(%(ids)s)
+UNION ALL SELECT 3, run_uuid, NULL, NULL, NULL, NULL, NULL, NULL FROM run_inputs WHERE run_uuid = ANY(%(ids)s)
+UNION ALL SELECT 4, run_uuid, model_id, NULL, NULL, NULL, NULL, NULL
+    FROM run_model_inputs WHERE run_uuid = ANY(%(ids)s)
+UNION ALL SELECT 5, run_uuid, model_id, NULL, NULL, NULL, NULL, step
+    FROM run_model_outputs WHERE run_uuid = ANY(%(ids)s)
+"""
+
+
+def _load_at_once(conn, chunk: list[str], by_id: dict) -> None:
+    with_datasets = False
+    for kind, run_uuid, key, text, value, is_nan, ts, step in conn.exec_driver_sql(_PG_LOAD, {"ids": chunk}):
+        run = by_id[run_uuid]
+        if kind == 0:
+            run["data"]["metrics"].append(
+                {"key": key, "value": wire_metric_value(value, is_nan), "timestamp": ts, "step": step})
+        elif kind == 1:
+            run["data"]["params"].append({"key": key, "value": text})
+        elif kind == 2:
+            run["data"]["tags"].append({"key": key, "value": text})
+        elif kind == 3:
+            with_datasets = True
+        elif kind == 4:
+            run["inputs"].setdefault("model_inputs", []).append({"model_id": key})
+        else:
+            run.setdefault("outputs", {}).setdefault("model_outputs", []).append({"model_id": key, "step": step})
+    if with_datasets:
+        _load_dataset_inputs(conn, chunk, by_id)
+
+
 def _load_inputs(conn, chunk: list[str], by_id: dict) -> None:
+    _load_dataset_inputs(conn, chunk, by_id)
+    for run_uuid, model_id in conn.execute(
+            sa.select(run_model_inputs.c.run_uuid, run_model_inputs.c.model_id)
+            .where(_among(conn, run_model_inputs.c.run_uuid, chunk))):
+        by_id[run_uuid]["inputs"].setdefault("model_inputs", []).append({"model_id": model_id})
+    for run_uuid, model_id, step in conn.execute(
+            sa.select(run_model_outputs.c.run_uuid, run_model_outputs.c.model_id, run_model_outputs.c.step)
+            .where(_among(conn, run_model_outputs.c.run_uuid, chunk))):
+        by_id[run_uuid].setdefault("outputs", {}).setdefault("model_outputs", []).append(
+            {"model_id": model_id, "step": step})
+
+
+def _load_dataset_inputs(conn, chunk: list[str], by_id: dict) -> None:
     rows = conn.execute(
         sa.select(run_inputs.c.run_uuid, run_inputs.c.input_uuid, datasets)
         .join(datasets, datasets.c.dataset_uuid == run_inputs.c.dataset_uuid)
@@ -488,12 +544,3 @@ def _load_inputs(conn, chunk: list[str], by_id: dict) -> None:
             if r.input_uuid in tags_by_input:
                 item["tags"] = tags_by_input[r.input_uuid]
             by_id[r.run_uuid]["inputs"].setdefault("dataset_inputs", []).append(item)
-    for run_uuid, model_id in conn.execute(
-            sa.select(run_model_inputs.c.run_uuid, run_model_inputs.c.model_id)
-            .where(_among(conn, run_model_inputs.c.run_uuid, chunk))):
-        by_id[run_uuid]["inputs"].setdefault("model_inputs", []).append({"model_id": model_id})
-    for run_uuid, model_id, step in conn.execute(
-            sa.select(run_model_outputs.c.run_uuid, run_model_outputs.c.model_id, run_model_outputs.c.step)
-            .where(_among(conn, run_model_outputs.c.run_uuid, chunk))):
-        by_id[run_uuid].setdefault("outputs", {}).setdefault("model_outputs", []).append(
-            {"model_id": model_id, "step": step})
