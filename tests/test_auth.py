@@ -483,3 +483,20 @@ def test_reading_the_audit_log_waits_for_a_batch_another_flush_is_still_writing(
         return [(e["action"], e["object_id"]) for e in events]
 
     assert seed(url, run) == [("alert resolved", "r1")]
+
+
+def test_experiment_zero_names_each_projects_own_default_and_another_projects_experiment_is_not_found(secured):
+    owner = {"Authorization": f"Bearer {secured.tokens['other']}"}
+    beta = f"{secured.url}/p/beta/api/2.0/mlflow"
+    run = requests.post(f"{beta}/runs/create", json={"experiment_id": "0"}, headers=owner).json()["run"]["info"]
+    default = requests.get(f"{beta}/experiments/get-by-name", params={"experiment_name": "Default"},
+                           headers=owner).json()["experiment"]
+    assert run["experiment_id"] == default["experiment_id"] != "0"
+    assert run["artifact_uri"] == f"{default['artifact_location'].rstrip('/')}/{run['run_id']}/artifacts"
+    dev = {"Authorization": f"Bearer {secured.tokens['developer']}"}
+    alpha = f"{secured.url}/p/alpha/api/2.0/mlflow"
+    theirs = requests.post(f"{alpha}/runs/create", json={"experiment_id": default["experiment_id"]}, headers=dev)
+    assert theirs.status_code == 404 and theirs.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    found = requests.post(f"{beta}/runs/search", json={"experiment_ids": [default["experiment_id"]]},
+                          headers=owner).json()["runs"]
+    assert [r["info"]["run_id"] for r in found] == [run["run_id"]]

@@ -30,6 +30,20 @@ def test_a_run_keeps_params_latest_metrics_and_tags(client, exp_id):
     assert got.info.artifact_uri == f"mlflow-artifacts:/{exp_id}/{rid}/artifacts"
 
 
+def test_a_run_is_created_only_in_an_active_experiment_that_exists(client, exp_id):
+    run = client.create_run(exp_id, tags={"a": "1"}, start_time=1234)
+    assert run.info.artifact_uri == f"mlflow-artifacts:/{exp_id}/{run.info.run_id}/artifacts"
+    assert run.info.start_time == 1234 and run.info.status == "RUNNING" and run.data.tags["a"] == "1"
+    with pytest.raises(MlflowException) as err:
+        client.create_run("987654321")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST" and "No Experiment with id=987654321" in err.value.message
+    client.delete_experiment(exp_id)
+    with pytest.raises(MlflowException, match=f"The experiment {exp_id} must be in the 'active' state"):
+        client.create_run(exp_id)
+    client.restore_experiment(exp_id)
+    assert [r.info.run_id for r in client.search_runs([exp_id])] == [run.info.run_id]
+
+
 def test_relogging_a_param_with_the_same_value_is_accepted_and_a_different_value_is_refused(client, exp_id):
     rid = client.create_run(exp_id).info.run_id
     client.log_param(rid, "depth", "3")

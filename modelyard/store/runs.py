@@ -19,7 +19,9 @@ from modelyard.store import search
 from modelyard.store._common import new_run_id, now_ms
 from modelyard.store._runs_search import page as search_page
 from modelyard.store.db import Database
-from modelyard.store.experiments import ACTIVE, DELETED, experiment_row, project_experiment_ids
+from modelyard.store.experiments import (ACTIVE, DEFAULT_ID, DELETED, experiment_row, parse_experiment_id,
+                                         project_experiment_ids)
+from modelyard.store.projects import DEFAULT_PROJECT
 from modelyard.store.schema import (
     datasets, experiments, input_tags, latest_metrics, logged_model_metrics, logged_models, metrics,
     params, run_inputs, run_model_inputs, run_model_outputs, runs, tags,
@@ -115,6 +117,9 @@ class RunStore:
         run_id = new_run_id()
 
         def create(conn):
+            if not self.db.is_sqlite:
+                return _create_in_one_trip(conn, project, experiment_id, run_id, name, user_id or "",
+                                           start_time if start_time is not None else now_ms(), tag_map)
             exp = experiment_row(conn, project, experiment_id)
             eid = exp.experiment_id
             if exp.lifecycle_stage != ACTIVE:
@@ -345,6 +350,44 @@ WITH run AS (
 )
 SELECT (SELECT count(*) FROM run), (SELECT n FROM clash)
 """
+
+
+# Checks the experiment and creates the run with its tags in one round trip; the run is inserted
+# only into an active experiment of the project, and the row returned says why not otherwise.
+_PG_CREATE_RUN = """
+WITH exp AS (
+    SELECT experiment_id, project, lifecycle_stage, artifact_location FROM experiments WHERE {where}
+), run AS (
+    INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, lifecycle_stage, artifact_uri)
+    SELECT %(run)s::varchar, experiment_id, %(name)s, %(user)s, 'RUNNING', %(start)s, 'active',
+           rtrim(artifact_location, '/') || '/' || %(run)s::varchar || '/artifacts'
+    FROM exp WHERE project = %(project)s AND lifecycle_stage = 'active'
+    RETURNING artifact_uri
+), tagged AS (
+    INSERT INTO tags (run_uuid, key, value)
+    SELECT %(run)s::varchar, t.key, t.value FROM run, unnest(%(keys)s::varchar[], %(values)s::text[]) AS t(key, value)
+)
+SELECT exp.experiment_id, exp.project, exp.lifecycle_stage, (SELECT artifact_uri FROM run) AS artifact_uri FROM exp
+"""
+
+
+def _create_in_one_trip(conn, project: str, experiment_id, run_id: str, name: str, user_id: str, start_time: int,
+                        tag_map: dict) -> dict:
+    eid = parse_experiment_id(experiment_id)
+    by_name = eid == DEFAULT_ID and project != DEFAULT_PROJECT  # as experiment_row reads "0"
+    sql = _PG_CREATE_RUN.format(where="project = %(project)s AND name = 'Default'" if by_name
+                                else "experiment_id = %(eid)s")
+    exp = conn.exec_driver_sql(sql, {"eid": eid, "project": project, "run": run_id, "name": name, "user": user_id,
+                                     "start": start_time, "keys": list(tag_map), "values": list(tag_map.values())}
+                               ).first()
+    if exp is None or exp.project != project:
+        raise MlflowError.not_found(f"No Experiment with id={eid} exists")
+    if exp.lifecycle_stage != ACTIVE:
+        raise MlflowError.invalid(f"The experiment {exp.experiment_id} must be in the 'active' state. "
+                                  f"Current state is {exp.lifecycle_stage}.")
+    return _info({"run_uuid": run_id, "experiment_id": exp.experiment_id, "name": name, "user_id": user_id,
+                  "status": "RUNNING", "start_time": start_time, "end_time": None, "lifecycle_stage": ACTIVE,
+                  "artifact_uri": exp.artifact_uri})
 
 
 def _refuse_changed_params(conn, run_id: str, param_map: dict) -> dict:
