@@ -62,22 +62,10 @@ _PG_INDEXED = sa.literal_column("256")
 
 def page(conn: sa.Connection, eids: list[int], stages: tuple[str, ...], comparisons: list[search.Comparison],
          orders: list[search.OrderBy], offset: int, limit: int) -> list:
-    """Up to ``limit`` rows of ``runs`` from ``offset``, in the search's order."""
-    if conn.dialect.name != "postgresql":
-        return _page(conn, eids, stages, comparisons, orders, offset, limit, postgresql=False)
-    # Statements run more than a few times are prepared (psycopg does it by itself), and
-    # PostgreSQL may then plan them once for any value. A search's best plan depends on its values
-    # (this experiment is large, this group of equal values is large), so plan each. And no JIT:
-    # walking an experiment's runs until a page is full is estimated as costly as walking them
-    # all, and compiling the walk took 300 ms of a 5 ms query.
-    conn.execute(sa.select(sa.func.set_config("plan_cache_mode", "force_custom_plan", True),
-                           sa.func.set_config("jit", "off", True)))
-    rows = _page(conn, eids, stages, comparisons, orders, offset, limit, postgresql=True)
-    # The page's metrics, params and tags are read next by run id. For 100 ids PostgreSQL scans
-    # the whole table of a store of 10,000 runs (2 to 6 ms a table); its primary key reads them in
-    # well under one.
-    conn.execute(sa.select(sa.func.set_config("enable_seqscan", "off", True)))
-    return rows
+    """Up to ``limit`` rows of ``runs`` from ``offset``, in the search's order. (On PostgreSQL the
+    read engine's connections plan each statement for its values and never JIT-compile: store/db.py
+    says why.)"""
+    return _page(conn, eids, stages, comparisons, orders, offset, limit, postgresql=conn.dialect.name == "postgresql")
 
 
 def _page(conn: sa.Connection, eids: list[int], stages: tuple[str, ...], comparisons: list[search.Comparison],
