@@ -535,9 +535,9 @@ UNION ALL SELECT 5, run_uuid, model_id, NULL, NULL, NULL, NULL, step
 def _load_at_once(conn, chunk: list[str], by_id: dict) -> None:
     with_datasets = False
     with conn.connection.cursor() as cur:  # psycopg's own rows: SQLAlchemy's wrapping cost more than the read
-        # By primary key, never a scan of the whole table: planned from statistics a little behind
-        # a store that grows fast (an experiment filled in a minute), 100 ids looked like most of
-        # the table, and the load read all of it (2 to 6 ms a table at 10,000 runs).
+        # By primary key, never by scanning whole tables: with the ids bound one by one PostgreSQL
+        # chose to scan each table (2 to 6 ms a table at 10,000 runs), and statistics that lag a
+        # fast-growing store could lead it there again.
         cur.execute("SET LOCAL enable_seqscan = off")
         rows = cur.execute(_PG_LOAD, {"ids": chunk}).fetchall()
     for kind, run_uuid, key, text, value, is_nan, ts, step in rows:
