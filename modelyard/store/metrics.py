@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from modelyard.errors import MlflowError
 from modelyard.store import search
-from modelyard.store.db import Database
+from modelyard.store.db import Database, driver_rows
 from modelyard.store.runs import run_row, wire_metric_value
 from modelyard.store.schema import metrics as M
 
@@ -38,15 +38,14 @@ class MetricStore:
 
         def read(conn):
             run_row(conn, run_id, project)
-            # Raw SQL on purpose: a page is 25,000 rows and SQLAlchemy's row objects cost more
-            # than the query. Rows come back in primary-key order.
+            # Raw SQL and the driver's rows on purpose: a page is 25,000 rows and SQLAlchemy's
+            # row objects cost more than the query. Rows come back in primary-key order.
             if after is None:
-                rows = conn.exec_driver_sql(self.db.sql(_HISTORY_PAGE),
-                                            (run_id, key, max_results + 1, offset)).fetchall()
+                rows = driver_rows(conn, self.db.sql(_HISTORY_PAGE), (run_id, key, max_results + 1, offset))
             else:
                 step, ts, value, nan = after
-                rows = conn.exec_driver_sql(self.db.sql(_HISTORY_PAGE_AFTER),
-                                            (run_id, key, step, ts, value, bool(nan), max_results + 1)).fetchall()
+                rows = driver_rows(conn, self.db.sql(_HISTORY_PAGE_AFTER),
+                                   (run_id, key, step, ts, value, bool(nan), max_results + 1))
             token = None
             if len(rows) > max_results:
                 rows = rows[:max_results]
