@@ -129,3 +129,42 @@ def test_every_acknowledged_metric_survives_a_sigkill_mid_write(backend, request
         for step in batch:
             per_batch[step // BATCH] += 1
         assert set(per_batch.values()) <= {BATCH}, "a batch was stored in part"
+
+
+def test_a_write_that_postgresql_picks_as_a_deadlock_victim_runs_again_and_succeeds(fresh_server, pg_database):
+    """A second connection forms a lock cycle with one log-metric request: it has inserted the very
+    history row the request is about to insert (so the request waits for it, holding the run's
+    latest value of ``loss``), then asks for that latest value. PostgreSQL aborts the request's
+    transaction (it has waited longer); the server runs it again once the other transaction ends,
+    and answers 200."""
+    import psycopg
+
+    url = pg_database()
+    server = fresh_server("--database-url", url)
+    api = server.url + "/api/2.0/mlflow"
+    exp = requests.post(f"{api}/experiments/create", json={"name": "deadlock"}).json()["experiment_id"]
+    rid = requests.post(f"{api}/runs/create", json={"experiment_id": exp}).json()["run"]["info"]["run_id"]
+    assert requests.post(f"{api}/runs/log-metric",
+                         json={"run_id": rid, "key": "loss", "value": 1.0, "timestamp": 5, "step": 0}).ok
+    answer = {}
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as other:
+        other.execute("INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan) "
+                      "VALUES (%s, 'loss', 1, 7, 0.5, false)", (rid,))
+
+        def log():
+            answer["r"] = requests.post(f"{api}/runs/log-metric", json={
+                "run_id": rid, "key": "loss", "value": 0.5, "timestamp": 7, "step": 1}, timeout=60)
+
+        request = threading.Thread(target=log)
+        request.start()
+        while not other.execute(  # the request waits for the history row's transaction
+                "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE NOT granted "
+                "AND pid <> pg_backend_pid() AND datname = current_database()").fetchone()[0]:
+            time.sleep(0.05)
+        other.execute("SELECT 1 FROM latest_metrics WHERE run_uuid = %s AND key = 'loss' FOR UPDATE",
+                      (rid,))  # returns once PostgreSQL has chosen its victim
+        other.rollback()
+        request.join(60)
+    assert answer["r"].status_code == 200, answer["r"].text
+    history = requests.get(f"{api}/metrics/get-history", params={"run_id": rid, "metric_key": "loss"}).json()
+    assert sorted((m["step"], m["value"]) for m in history["metrics"]) == [(0, 1.0), (1, 0.5)]

@@ -244,10 +244,10 @@ def test_concurrent_writers_on_one_run_never_see_a_locked_database(client, exp_i
     def write(i):
         r = requests.post(server.url + "/api/2.0/mlflow/runs/log-metric",
                           json={"run_id": rid, "key": f"k{i % 5}", "value": float(i), "timestamp": ts, "step": i})
-        return r.status_code
+        return r.status_code, r.text[:300]
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(write, range(400)))
-    assert codes == [200] * 400
+        answers = list(pool.map(write, range(400)))
+    assert [code for code, _ in answers] == [200] * 400, {a for a in answers if a[0] != 200}
     total = sum(len(client.get_metric_history(rid, f"k{k}")) for k in range(5))
     assert total == 400

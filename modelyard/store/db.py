@@ -245,17 +245,32 @@ class _GroupWriter:
                 values = [fn(conn, *args) for fn, args, _, _ in group]
             return [(True, value) for value in values]
         except Exception as exc:  # noqa: BLE001 - handed to the caller
-            if len(group) == 1:
+            if len(group) == 1 and not _lost_to_another_writer(exc):
                 return [(False, exc)]
         return [self._run_alone(conn, fn, args) for fn, args, _, _ in group]
 
     @staticmethod
     def _run_alone(conn: sa.Connection, fn: WriteFn, args: tuple) -> tuple[bool, Any]:
-        try:
-            with conn.begin():
-                return True, fn(conn, *args)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller
-            return False, exc
+        attempt = 1
+        while True:
+            try:
+                with conn.begin():
+                    return True, fn(conn, *args)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller
+                if attempt == _ATTEMPTS or not _lost_to_another_writer(exc):
+                    return False, exc
+                attempt += 1
+
+
+# PostgreSQL's writer threads take row locks in whatever order their groups' requests came, so two
+# transactions can deadlock, and PostgreSQL then aborts one of them. Its writes did nothing wrong:
+# they run again (as a group's writes do after any failure), a few times before the error stands.
+_ATTEMPTS = 3
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def _lost_to_another_writer(exc: Exception) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _settle(future: asyncio.Future, result: tuple[bool, Any]) -> None:
