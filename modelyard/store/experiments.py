@@ -41,6 +41,12 @@ def parse_experiment_id(value) -> int:
         raise MlflowError.invalid(f"Invalid experiment ID: '{value}'") from None
 
 
+_EXPERIMENT_COLS = (E.c.experiment_id, E.c.project, E.c.lifecycle_stage, E.c.artifact_location)
+# Built once: every run created looks its experiment up.
+_EXPERIMENT_BY_ID = sa.select(*_EXPERIMENT_COLS).where(E.c.experiment_id == sa.bindparam("eid"))
+_PROJECT_DEFAULT = sa.select(*_EXPERIMENT_COLS).where(E.c.project == sa.bindparam("project"), E.c.name == "Default")
+
+
 def experiment_row(conn, project: str, experiment_id):
     """The experiment an id names as seen from ``project``: it must belong to it.
 
@@ -49,11 +55,9 @@ def experiment_row(conn, project: str, experiment_id):
     """
     eid = parse_experiment_id(experiment_id)
     if eid == DEFAULT_ID and project != DEFAULT_PROJECT:
-        where = (E.c.project == project, E.c.name == "Default")
+        row = conn.execute(_PROJECT_DEFAULT, {"project": project}).first()
     else:
-        where = (E.c.experiment_id == eid,)
-    row = conn.execute(sa.select(E.c.experiment_id, E.c.project, E.c.lifecycle_stage, E.c.artifact_location)
-                       .where(*where)).first()
+        row = conn.execute(_EXPERIMENT_BY_ID, {"eid": eid}).first()
     if row is None or row.project != project:
         raise MlflowError.not_found(f"No Experiment with id={eid} exists")
     return row
