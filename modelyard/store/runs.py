@@ -361,7 +361,8 @@ WITH exp AS (
     RETURNING artifact_uri
 ), tagged AS (
     INSERT INTO tags (run_uuid, key, value)
-    SELECT %(run)s::varchar, t.key, t.value FROM run, unnest(%(keys)s::varchar[], %(values)s::text[]) AS t(key, value)
+    SELECT %(run)s::varchar, t.key, t.value
+    FROM run, unnest(%(keys)s::varchar[], %(values)s::text[]) AS t(key, value)
 )
 SELECT exp.experiment_id, exp.project, exp.lifecycle_stage, (SELECT artifact_uri FROM run) AS artifact_uri FROM exp
 """
@@ -416,6 +417,8 @@ def _log_batch_in_one_trip(conn, project: str, run_id: str, rows: list[dict], la
     if found and clashes:
         _refuse_changed_params(conn, run_id, param_map)
     return bool(found)
+
+
 # The statements every write runs, built once: building a Core statement and its cache key on
 # each call was a fifth of the SQLite writer's time under create_run load (py-spy).
 _RUN_ROW = (sa.select(runs, experiments.c.project)
