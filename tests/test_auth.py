@@ -470,11 +470,17 @@ def test_reading_the_audit_log_waits_for_a_batch_another_flush_is_still_writing(
 
     url = request.getfixturevalue("pg_database")() if backend == "postgres" else f"sqlite:///{tmp_path}/audit.db"
 
+    def hold(conn):
+        # A slow write ahead of the batch keeps its insert from committing while the read comes in:
+        # SQLite's one writer is busy; PostgreSQL's other writer threads wait for the table lock.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+        time.sleep(0.5)
+
     async def run(stores):
         log = AuditLog(stores.db)
         log.record("default", "monitor", "alert resolved", 200, "alert_rule", "r1")
-        # A slow write ahead of it keeps the batch's insert queued while the read comes in.
-        busy = asyncio.create_task(stores.db.write(lambda conn: time.sleep(0.5)))
+        busy = asyncio.create_task(stores.db.write(hold))
         await asyncio.sleep(0.05)
         in_flight = asyncio.create_task(log.flush())
         await asyncio.sleep(0.05)
