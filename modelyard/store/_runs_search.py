@@ -65,11 +65,7 @@ def page(conn: sa.Connection, eids: list[int], stages: tuple[str, ...], comparis
     """Up to ``limit`` rows of ``runs`` from ``offset``, in the search's order. (On PostgreSQL the
     read engine's connections plan each statement for its values and never JIT-compile: store/db.py
     says why.)"""
-    return _page(conn, eids, stages, comparisons, orders, offset, limit, postgresql=conn.dialect.name == "postgresql")
-
-
-def _page(conn: sa.Connection, eids: list[int], stages: tuple[str, ...], comparisons: list[search.Comparison],
-          orders: list[search.OrderBy], offset: int, limit: int, postgresql: bool) -> list:
+    postgresql = conn.dialect.name == "postgresql"
     first = orders[0] if orders else None
     # Filtered on its own key, a run left has a value, and the single query orders by that value
     # alone: PostgreSQL walks the value index for it by itself, without the segments' round trips.

@@ -54,10 +54,21 @@ def experiment_row(conn, project: str, experiment_id):
     experiment, and "0" names it (in the project ``default`` it really is experiment 0).
     """
     eid = parse_experiment_id(experiment_id)
-    if eid == DEFAULT_ID and project != DEFAULT_PROJECT:
+    if names_project_default(project, eid):
         row = conn.execute(_PROJECT_DEFAULT, {"project": project}).first()
     else:
         row = conn.execute(_EXPERIMENT_BY_ID, {"eid": eid}).first()
+    return in_project(row, project, eid)
+
+
+def names_project_default(project: str, eid: int) -> bool:
+    """Whether ``eid`` is "0" asked from a project other than ``default``: that project's Default."""
+    return eid == DEFAULT_ID and project != DEFAULT_PROJECT
+
+
+def in_project(row, project: str, eid: int):
+    """``row``, an experiment looked up for ``eid``, if it belongs to ``project``: another
+    project's experiment is as good as missing."""
     if row is None or row.project != project:
         raise MlflowError.not_found(f"No Experiment with id={eid} exists")
     return row
